@@ -1,0 +1,1 @@
+"""HTTP only: the app factory, routers and their schemas. Never imports torch."""

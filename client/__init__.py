@@ -1,0 +1,1 @@
+"""The `descent` CLI and a small Python client for the HTTP API."""

@@ -1,0 +1,1 @@
+"""The implementation half of the catalogs: one registry per kind of strategy."""
