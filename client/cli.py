@@ -1,7 +1,7 @@
 """The `descent` command line.
 
 Server side: `descent up` (API + worker, what `make run` runs), `serve`, `worker`, `migrate`.
-In-process: `descent run spec.yaml` trains a spec here, with no service.
+In-process: `descent run spec.yaml` runs a spec here (train, lr_range_test, solve), no service.
 Client side (HTTP): submit, status, list, cancel, metrics — see client/remote.py.
 """
 
@@ -80,11 +80,16 @@ def migrate() -> None:
 def run(
     spec_file: Annotated[Path, typer.Argument(help="job spec, YAML or JSON")],
     device: Annotated[str | None, typer.Option(help="override the spec's device")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a solve's summary as JSON instead of a table")
+    ] = False,
 ) -> None:
-    """Train a spec in this process, no service needed; prints the summary as JSON."""
+    """Run a spec in this process, no service needed: training and lr_range_test print their
+    summary as JSON, solve a table of its methods. Exits 0 when it succeeded, 1 when not, 2 for a
+    spec that cannot run here (bad fields, or task: ensemble, which needs the service)."""
     from pydantic import ValidationError
 
-    from client.local import run_in_process
+    from client.local import NeedsService, results_console, run_in_process, solve_table
     from models.spec import JobSpec, describe_errors
 
     raw = load_spec_file(spec_file)
@@ -96,8 +101,19 @@ def run(
         for error in describe_errors(list(exc.errors())):
             console.print(f"[red]{error['field']}[/red]: {error['message']}")
         raise typer.Exit(2) from exc
-    outcome = run_in_process(spec, console)
-    print(json.dumps({"status": outcome.status, "error": outcome.error, **outcome.summary}))
+    try:
+        outcome = run_in_process(spec, console)
+    except NeedsService as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if spec.task == "solve" and not as_json:
+        results_console().print(solve_table(outcome.summary))
+    else:
+        print(json.dumps({"status": outcome.status, "error": outcome.error, **outcome.summary}))
+    if outcome.status != "succeeded":
+        console.print(f"[red]{outcome.status}[/red]: {outcome.error or 'no error message'}")
+    elif spec.task == "lr_range_test":
+        console.print(f"suggested lr: {outcome.summary['lr_range_test']['suggested_lr']}")
     raise typer.Exit(0 if outcome.status == "succeeded" else 1)
 
 

@@ -86,7 +86,8 @@ def test_mc_dropout_averages_stochastic_passes_and_leaves_batch_norm_alone() -> 
     net.eval()
     net[3].train()
     with torch.no_grad():
-        mean = torch.stack([net(x).softmax(dim=1) for _ in range(20)]).mean(dim=0)
+        passes = torch.stack([net(x).softmax(dim=1) for _ in range(20)])
+    mean = passes.mean(dim=0)
     assert metrics["mc_val_acc"].item() == pytest.approx(
         (mean.argmax(dim=1) == y).float().mean().item()
     )
@@ -94,7 +95,15 @@ def test_mc_dropout_averages_stochastic_passes_and_leaves_batch_norm_alone() -> 
         -mean.gather(1, y[:, None]).log().mean().item(), rel=1e-5
     )
     assert metrics["mc_val_ece"].item() == pytest.approx(reference_ece(mean, y), abs=1e-5)
-    assert metrics["mc_val_mutual_information"].item() > 0  # the passes disagree
+    predictive_entropy = -(mean * mean.log()).sum(dim=1)
+    assert metrics["mc_val_entropy"].item() == pytest.approx(
+        predictive_entropy.mean().item(), rel=1e-5
+    )
+    # BALD: H(mean) − mean of the passes' H; positive because the passes disagree
+    expected_entropy = -(passes * passes.log()).sum(dim=2).mean(dim=0)
+    information = (predictive_entropy - expected_entropy).mean().item()
+    assert metrics["mc_val_mutual_information"].item() == pytest.approx(information, rel=1e-4)
+    assert information > 0
     assert torch.equal(net[1].running_mean, running_mean)
     net.train()
     assert all(m.training for m in net.modules())  # the caller's mode is restored

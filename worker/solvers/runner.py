@@ -5,7 +5,9 @@ coef_error (‖w − w_true‖₂, or the eigenvector's distance up to sign), re
 ‖Ax − b‖₂ or ‖Av − λv‖₂), loss (mean squared residual, what a training job logs as train_loss),
 lstsq_gap (‖w − w_ref‖ / ‖w_ref‖ against numpy.linalg.lstsq, or eigh), time_s, and for
 iterative methods all of them per iteration (step = iteration; direct methods log at step 1).
-The summary holds the problem's condition number and one row per method.
+The summary holds the problem's condition number and one row per method; on problems with at
+most SHOWN_COEFFICIENTS unknowns (the documents' hand examples) a row also holds the solution
+itself, `coef`, so the result reads as the document states it (a = 2, b = 1).
 """
 
 import platform
@@ -24,6 +26,8 @@ from worker.engine.sink import MetricSink
 from worker.solvers.base import Context, Iterate, Recorder, Solution, stacked_system
 from worker.solvers.problems import Problem, build_problem
 from worker.solvers.registry import METHODS
+
+SHOWN_COEFFICIENTS = 10
 
 
 def run_solve(spec: JobSpec, sink: MetricSink, *, device: torch.device | None = None) -> Outcome:
@@ -114,6 +118,9 @@ def run_method(
             f"{label}/orthogonality_loss", iterates[-1].step, final["orthogonality_loss"], None
         )
     row.update({k: (v if np.isfinite(v) else None) for k, v in final.items()})
+    coef = iterates[-1].coef
+    if len(coef) <= SHOWN_COEFFICIENTS:
+        row["coef"] = [float(c) if np.isfinite(c) else None for c in coef]
     if solution.iterations is not None:
         row.update(
             iterations=solution.iterations,
