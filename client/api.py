@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "diverged"})
+STUDY_FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 
 class _Response(BaseModel):
@@ -203,6 +204,21 @@ class Study(_Response):
     created_at: datetime
     finished_at: datetime | None
     summary: StudySummary | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the study has ended: succeeded, failed or canceled."""
+        return self.status in STUDY_FINAL_STATUSES
+
+    def trials(self) -> tuple[int, int]:
+        """(finished, planned) trial jobs. Planned is budget × seeds, or the jobs made so far
+        when there are more; without a summary (a listed study) nothing is known finished."""
+        planned = self.budget * len(self.seeds)
+        if self.summary is None:
+            return 0, planned
+        by_status = self.summary.jobs_by_status
+        done = sum(count for status, count in by_status.items() if status in FINAL_STATUSES)
+        return done, max(planned, self.summary.jobs)
 
 
 class ErrorDetail(_Response):
@@ -422,16 +438,19 @@ class Descent:
     ) -> Job:
         """Poll until the job's status is final and return it. `on_update` is called with every
         job read, the final one included. Raises TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if on_update is not None:
-                on_update(job)
-            if job.finished:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
-            time.sleep(poll)
+        return _poll(lambda: self.job(job_id), f"job {job_id}", poll, timeout, on_update)
+
+    def wait_study(
+        self,
+        study_id: str,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        on_update: Callable[[Study], None] | None = None,
+    ) -> Study:
+        """Poll until the study has ended and return it, with its summary. `on_update` is
+        called with every read (`Study.trials()` says how far it is). Raises TimeoutError after
+        `timeout` seconds."""
+        return _poll(lambda: self.study(study_id), f"study {study_id}", poll, timeout, on_update)
 
     def healthy(self) -> bool:
         """True when the API process answers `GET /healthz`; never raises."""
@@ -440,3 +459,26 @@ class Descent:
         except DescentError:
             return False
         return True
+
+
+Polled = TypeVar("Polled", Job, Study)
+
+
+def _poll(
+    read: Callable[[], Polled],
+    what: str,
+    poll: float,
+    timeout: float | None,
+    on_update: Callable[[Polled], None] | None,
+) -> Polled:
+    """`read()` every `poll` seconds until what it returns is `finished`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = read()
+        if on_update is not None:
+            on_update(current)
+        if current.finished:
+            return current
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} is still {current.status} after {timeout}s")
+        time.sleep(poll)

@@ -7,8 +7,9 @@ the progress bar go to stderr, so `ID=$(descent submit spec.yaml)` works.
 
 Exit codes: 0 done (with `submit --watch`: the job succeeded); 1 the watched job ended failed,
 diverged or canceled; 2 the server rejected the request (each bad field of a spec is printed) or
-the command line is wrong; 3 the server could not be reached or answered another error, or
-`--timeout` passed while watching.
+the command line is wrong; 3 the server could not be reached or answered another error (401:
+a missing or wrong `--key`), or `--timeout` passed while watching. `submit --preset NAME
+--watch` follows a study the same way: 0 when it succeeded, 1 when it failed or was canceled.
 """
 
 import csv
@@ -41,26 +42,50 @@ err = Console(stderr=True)
 Url = Annotated[
     str, typer.Option("--url", envvar="DESCENT_URL", help="the API's base URL ($DESCENT_URL)")
 ]
+Seeds = Annotated[
+    int | None, typer.Option(min=1, max=100, help="replicates per configuration (a study)")
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="PATH=VALUE on the study's base spec (YAML value), e.g. epochs=1; repeatable"
+    ),
+]
+Key = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="DESCENT_API_KEY",
+        show_default=False,
+        help="API key, when the server has auth on ($DESCENT_API_KEY)",
+    ),
+]
 
 
-def connect(url: str) -> Descent:
+def connect(url: str, key: str | None) -> Descent:
     """The client the commands use (tests replace this to talk to an in-process app)."""
-    return Descent(url)
+    return Descent(url, key)
 
 
 @contextmanager
-def service(url: str) -> Iterator[Descent]:
+def service(url: str, key: str | None) -> Iterator[Descent]:
     """A client whose errors end the command with a message and exit code 2 or 3."""
     try:
-        with connect(url) as descent:
+        with connect(url, key) as descent:
             yield descent
     except DescentError as exc:
         rejected = exc.status == 422
-        what = "rejected" if rejected else "error"
+        what = "rejected" if rejected else "error" if exc.status is None else f"error {exc.status}"
         err.print(f"[red]{what}[/red] {escape(exc.code)}: {escape(exc.message)}")
         for detail in exc.details:
             err.print(
                 f"  [bold]{escape(detail.field or '(body)')}[/bold]: {escape(detail.message)}"
+            )
+        if exc.status == 401:
+            err.print(
+                "this server wants an API key: pass --key KEY or set DESCENT_API_KEY"
+                if not key
+                else "the key given (--key or $DESCENT_API_KEY) is not valid here"
             )
         raise typer.Exit(2 if rejected else 3) from exc
 
@@ -170,34 +195,71 @@ def watch(descent: Descent, job: Job, poll: float, timeout: float | None) -> Job
 
 
 def submit(
-    spec_file: Annotated[Path, typer.Argument(help="job spec, YAML or JSON")],
+    spec_file: Annotated[
+        Path | None, typer.Argument(help="job spec, YAML or JSON (or --preset)", show_default=False)
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="start a ready-made study instead, e.g. mnist_showdown", show_default=False
+        ),
+    ] = None,
     watch_job: Annotated[
-        bool, typer.Option("--watch", help="follow the job with a progress bar until it ends")
+        bool,
+        typer.Option("--watch", help="follow the job (or study) with a progress bar until it ends"),
     ] = False,
-    name: Annotated[str | None, typer.Option(help="the job's name (replaces the spec's)")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="the job's name (replaces the spec's), or the study's")
+    ] = None,
     tag: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE label added to the spec's tags; repeatable")
     ] = None,
+    seeds: Seeds = None,
+    override: Overrides = None,
     poll: Annotated[float, typer.Option(min=0.01, help="seconds between reads (--watch)")] = 1.0,
     timeout: Annotated[
         float | None, typer.Option(help="stop watching after this many seconds (exit 3)")
     ] = None,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
-    """Submit a job spec and print the job's id.
+    """Submit a job spec, or start a preset study (--preset NAME), and print its id.
 
-    --watch follows the job to its end with a progress bar, then prints its summary as JSON.
-    Exit codes: 0 succeeded, 1 failed/diverged/canceled (--watch), 2 spec rejected, 3 no answer.
+    --watch follows it to its end with a progress bar, then prints its summary.
+
+    A job's summary is JSON; a study's bar counts its finished trials, then its table is shown.
+
+    --seeds and --override go with --preset, as in `study create`.
+
+    Exit codes: 0 succeeded, 1 failed/diverged/canceled, 2 rejected or bad usage, 3 no answer.
     """
     from client.cli import load_spec_file  # here, not at the top: client.cli imports us
 
+    if (spec_file is None) == (preset is None):
+        raise typer.BadParameter(
+            "give a spec file or --preset NAME (one of them)", param_hint="SPEC_FILE / --preset"
+        )
+    if preset is not None:
+        if tag:
+            raise typer.BadParameter("tags go on a job spec, not a study", param_hint="--tag")
+        definition = study_definition(
+            {"preset": preset}, seeds=seeds, budget=None, name=name, override=override
+        )
+        submit_study(definition, watch_job, poll, timeout, url, key)
+        return
+    if seeds is not None or override:
+        raise typer.BadParameter(
+            "--seeds and --override go with --preset (edit the spec file for one job)",
+            param_hint="--seeds / --override",
+        )
+    assert spec_file is not None
     spec = load_spec_file(spec_file)
     if name is not None:
         spec["name"] = name
     if tag:
         existing = spec.get("tags") or {}
         spec["tags"] = {**existing, **parse_tags(tag)} if isinstance(existing, dict) else existing
-    with service(url) as descent:
+    with service(url, key) as descent:
         job = descent.submit(spec)
         print(job.id)
         err.print(f"Location: {job.location or descent.url + '/v1/jobs/' + job.id}")
@@ -218,13 +280,42 @@ def submit(
     raise typer.Exit(0 if job.status == "succeeded" else 1)
 
 
+def submit_study(
+    definition: dict[str, Any],
+    watch_it: bool,
+    poll: float,
+    timeout: float | None,
+    url: str,
+    key: str | None,
+) -> None:
+    """`submit --preset`: create the study, print its id; with --watch follow it to its end,
+    print its table and exit 0 when it succeeded, 1 when it failed or was canceled."""
+    with service(url, key) as descent:
+        study = descent.create_study(definition)
+        print(study.id)
+        announce_study(study)
+        if not watch_it:
+            return
+        try:
+            study = watch_study(descent, study, poll, timeout)
+        except TimeoutError as exc:
+            err.print(f"{exc}; it goes on: descent study summary {study.id}")
+            raise typer.Exit(3) from exc
+        except KeyboardInterrupt:
+            err.print(f"stopped watching; the study goes on: descent study summary {study.id}")
+            raise typer.Exit(130) from None
+    show_study(study)
+    raise typer.Exit(0 if study.status == "succeeded" else 1)
+
+
 def status(
     job_id: Annotated[str, typer.Argument(help="the job's id")],
     as_json: Annotated[bool, typer.Option("--json", help="print the job as JSON")] = False,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Show one job: status, progress, summary and error."""
-    with service(url) as descent:
+    with service(url, key) as descent:
         job = descent.job(job_id)
     if as_json:
         print(job.model_dump_json(indent=2))
@@ -261,9 +352,10 @@ def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=500, help="jobs per page")] = 20,
     cursor: Annotated[str | None, typer.Option(help="the next page's cursor")] = None,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """List jobs, newest first."""
-    with service(url) as descent:
+    with service(url, key) as descent:
         page = descent.jobs(status=status, tag=tag_filter(tag), limit=limit, cursor=cursor)
     # The id is what a user copies into the next command: never wrap or cut it. Name and tags
     # give way first when the terminal is narrow.
@@ -297,9 +389,10 @@ def list_jobs(
 def cancel(
     job_id: Annotated[str, typer.Argument(help="the job's id")],
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Cancel a job: a queued one at once, a running one at its next metrics flush."""
-    with service(url) as descent:
+    with service(url, key) as descent:
         job = descent.cancel(job_id)
     note = ""
     if job.cancel_requested:
@@ -330,10 +423,11 @@ def metrics(
         int | None, typer.Option(min=2, help="downsample each series (spikes kept)")
     ] = None,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Print a job's metric series: one row per series, or every point with --csv."""
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
-    with service(url) as descent:
+    with service(url, key) as descent:
         result = descent.metrics(job_id, names=wanted, since_step=since_step, max_points=max_points)
     if as_csv:
         print_csv(result)
@@ -416,13 +510,14 @@ def compare(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Compare jobs in a table: the final and best value of each series.
 
     Best is the lowest loss or the highest accuracy; --target adds when each job first reached
     a value. Exit codes: 0 shown, 2 a bad request, 3 an unknown job or no answer."""
     wanted = split_names(metrics_option)
-    with service(url) as descent:
+    with service(url, key) as descent:
         comparison = descent.compare(job_ids, metrics=wanted, target=target, max_points=4)
         jobs = {job_id: descent.job(job_id) for job_id in dict.fromkeys(job_ids)}
     if as_json:
@@ -441,6 +536,7 @@ def export(
     ] = None,
     names: Annotated[str | None, typer.Option(help="comma-separated series; default all")] = None,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Export every metric point of a job: name, step, value, epoch, wall_time.
 
@@ -456,7 +552,7 @@ def export(
             raise typer.Exit(2)
         if output is None:
             raise typer.BadParameter("parquet is binary: name a file", param_hint="--output")
-    with service(url) as descent:
+    with service(url, key) as descent:
         result = descent.metrics(job_id, names=split_names(names))
     points = sum(len(series.steps) for series in result.series.values())
     if format == "parquet":
@@ -506,25 +602,43 @@ def study_create(
     preset: Annotated[
         str | None, typer.Option(help="a ready-made study, e.g. mnist_showdown")
     ] = None,
-    seeds: Annotated[int | None, typer.Option(min=1, max=100, help="replicates per config")] = None,
+    seeds: Seeds = None,
     budget: Annotated[int | None, typer.Option(min=1, help="configurations to run")] = None,
-    override: Annotated[
-        list[str] | None,
-        typer.Option(help="PATH=VALUE on the base spec (YAML value), e.g. epochs=1; repeatable"),
-    ] = None,
+    override: Overrides = None,
     name: Annotated[str | None, typer.Option(help="the study's name")] = None,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Start a study from a definition file or a preset; prints its id."""
-    import yaml  # type: ignore[import-untyped]
-
     from client.cli import load_spec_file  # here, not at the top: client.cli imports us
 
     if (definition_file is None) == (preset is None):
         raise typer.BadParameter("give a definition file or --preset NAME (one of them)")
-    definition: dict[str, Any] = (
-        load_spec_file(definition_file) if definition_file else {"preset": preset}
+    definition = study_definition(
+        load_spec_file(definition_file) if definition_file else {"preset": preset},
+        seeds=seeds,
+        budget=budget,
+        name=name,
+        override=override,
     )
+    with service(url, key) as descent:
+        study = descent.create_study(definition)
+    print(study.id)
+    announce_study(study)
+
+
+def study_definition(
+    definition: dict[str, Any],
+    *,
+    seeds: int | None,
+    budget: int | None,
+    name: str | None,
+    override: list[str] | None,
+) -> dict[str, Any]:
+    """A study definition (a file's, or `{"preset": NAME}`) with the command line's options
+    on it: `study create` and `submit --preset` share it."""
+    import yaml  # type: ignore[import-untyped]
+
     if seeds is not None:
         definition["seeds"] = seeds
     if budget is not None:
@@ -536,11 +650,52 @@ def study_create(
         if not sep or not path:
             raise typer.BadParameter(f"want PATH=VALUE, got {pair!r}", param_hint="--override")
         definition.setdefault("overrides", {})[path] = yaml.safe_load(value)
-    with service(url) as descent:
-        study = descent.create_study(definition)
-    print(study.id)
-    label = study.name or study.preset or study.id
-    err.print(f"study {escape(label)} {styled(study.status)}: descent study summary {study.id}")
+    return definition
+
+
+def study_label(study: Study) -> str:
+    return escape(study.name or study.preset or study.id)
+
+
+def announce_study(study: Study) -> None:
+    err.print(
+        f"study {study_label(study)} {styled(study.status)}: descent study summary {study.id}"
+    )
+
+
+def watch_study(descent: Descent, study: Study, poll: float, timeout: float | None) -> Study:
+    """A progress bar (trial jobs finished / planned) until the study has ended."""
+    columns = (
+        TextColumn("{task.fields[status]:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        done, total = study.trials()
+        task = bar.add_task(study.id, total=total, completed=done, status=study.status)
+
+        def show(current: Study) -> None:
+            done, total = current.trials()
+            bar.update(task, total=total, completed=done, status=current.status)
+
+        return descent.wait_study(study.id, poll=poll, timeout=timeout, on_update=show)
+
+
+def show_study(study: Study) -> None:
+    """The study's state and objective (stderr), its ranked table (stdout) and its error."""
+    assert study.summary is not None
+    objective = study.summary.objective
+    by_status = ", ".join(f"{v} {k}" for k, v in study.summary.jobs_by_status.items())
+    err.print(
+        f"study {study_label(study)} {styled(study.status)}: "
+        f"{objective['direction']} {objective['metric']} ({objective['at']}); "
+        f"jobs: {by_status or 'none yet'}"
+    )
+    out.print(study_table(study))
+    if study.error:
+        err.print(f"[red]{escape(study.error)}[/red]")
 
 
 def study_table(study: Study) -> Table:
@@ -590,6 +745,7 @@ def study_summary(
     study_id: Annotated[str, typer.Argument(help="the study's id")],
     format: Annotated[str, typer.Option("--format", help="table, json, csv or markdown")] = "table",
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """Show a study's table: one row per configuration, ranked.
 
@@ -597,7 +753,7 @@ def study_summary(
     the best configuration with a Holm-adjusted p-value. csv and markdown come from the server."""
     if format not in ("table", "json", "csv", "markdown"):
         raise typer.BadParameter("table, json, csv or markdown", param_hint="--format")
-    with service(url) as descent:
+    with service(url, key) as descent:
         if format in ("csv", "markdown"):
             print(descent.study_report(study_id, format), end="")
             return
@@ -605,17 +761,7 @@ def study_summary(
     if format == "json":
         print(study.model_dump_json(indent=2))
         return
-    assert study.summary is not None
-    objective = study.summary.objective
-    by_status = ", ".join(f"{v} {k}" for k, v in study.summary.jobs_by_status.items())
-    err.print(
-        f"study {escape(study.name or study.preset or study.id)} {styled(study.status)}: "
-        f"{objective['direction']} {objective['metric']} ({objective['at']}); "
-        f"jobs: {by_status or 'none yet'}"
-    )
-    out.print(study_table(study))
-    if study.error:
-        err.print(f"[red]{escape(study.error)}[/red]")
+    show_study(study)
 
 
 @study_app.command("list")
@@ -623,9 +769,10 @@ def study_list(
     status: Annotated[str | None, typer.Option(help="running, succeeded, failed, canceled")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     url: Url = DEFAULT_URL,
+    key: Key = None,
 ) -> None:
     """List studies, newest first."""
-    with service(url) as descent:
+    with service(url, key) as descent:
         found = descent.studies(status=status, limit=limit)
     table = Table("id", "name", "status", "objective", "budget", "seeds", "created")
     for study in found:

@@ -27,7 +27,7 @@ MINIMAL = {"model": {"name": "mlp"}, "data": {"name": "digits"}, "optimizer": {"
 
 @pytest.fixture
 def cli(server: TestClient, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(remote, "connect", lambda url: Descent(http=server))
+    monkeypatch.setattr(remote, "connect", lambda url, key: Descent(http=server, key=key))
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
@@ -236,3 +236,167 @@ def test_study_create_from_a_file_reports_a_bad_definition(cli, tmp_path: Path) 
     result = cli("study", "create", str(path))
     assert result.exit_code == 2
     assert "seeds" in result.stderr
+
+
+def test_submit_preset_creates_the_study_with_seeds_and_overrides(
+    cli, descent: Descent, server: TestClient, driver: list[tuple]
+) -> None:
+    result = cli(
+        "submit",
+        "--preset",
+        "mnist_showdown",
+        "--seeds",
+        "2",
+        "--override",
+        "epochs=1",
+        "--override",
+        "data.batch_size=32",
+        "--name",
+        "quick showdown",
+    )
+
+    assert result.exit_code == 0, result.output
+    study_id = result.stdout.strip()
+    study = descent.study(study_id)
+    assert study.preset == "mnist_showdown" and study.name == "quick showdown"
+    assert study.seeds == [0, 1] and study.status == "running"
+    base = server.get(f"/v1/studies/{study_id}").json()["base_spec"]
+    assert base["epochs"] == 1 and base["data"]["batch_size"] == 32
+    assert f"descent study summary {study_id}" in result.stderr
+
+
+def test_submit_an_unknown_preset_lists_the_valid_ones(cli, descent: Descent) -> None:
+    result = cli("submit", "--preset", "mnist_shwodown")
+
+    assert result.exit_code == 2, result.output
+    assert "unknown preset 'mnist_shwodown'" in result.stderr
+    assert "mnist_showdown" in result.stderr and "starting_recipe" in result.stderr
+    assert result.stdout == "" and descent.studies() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "give a spec file or --preset NAME"),
+        (("spec.yaml", "--preset", "mnist_showdown"), "give a spec file or --preset NAME"),
+        (("spec.yaml", "--seeds", "2"), "--seeds and --override go with --preset"),
+        (("spec.yaml", "--override", "epochs=1"), "--seeds and --override go with --preset"),
+        (("--preset", "mnist_showdown", "--tag", "a=b"), "tags go on a job spec"),
+        (("--preset", "mnist_showdown", "--override", "epochs"), "want PATH=VALUE"),
+    ],
+)
+def test_submit_wants_a_spec_file_or_a_preset(
+    cli, descent: Descent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args, message
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(json.dumps(MINIMAL))
+
+    result = cli("submit", *args)
+
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()).replace("│ ", "")
+    assert descent.jobs().count == 0 and descent.studies() == []
+
+
+@pytest.fixture
+def study_worker(ledger, driver: list[tuple], monkeypatch: pytest.MonkeyPatch):
+    """A stand-in worker thread for studies: it runs each driver message as it is sent and ends
+    every queued trial job succeeded. `ending` makes the study end otherwise: "failed" (its
+    driver breaks) or "canceled" (after its first round, as `POST …/cancel` does)."""
+    import threading
+
+    from sqlalchemy import select
+
+    from models import studies
+    from models.tables import Job, Study, StudyStatus
+    from worker.studies import drive
+
+    ending: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def broken(study_id: str, token: str):
+        raise RuntimeError("the sampler broke")
+
+    def loop() -> None:
+        handled = 0
+        while not stop.wait(0.02):
+            try:
+                messages = [m for m in driver if m[0] == "drive"]
+                for _, study_id, token in messages[handled:]:
+                    if ending == ["failed"]:
+                        monkeypatch.setattr("worker.studies.drive_round", broken)
+                    drive(study_id, token)
+                    if ending == ["canceled"]:
+                        with session_scope() as session:
+                            study = session.get(Study, study_id)
+                            studies.finish_study(
+                                session=session,
+                                study=study,
+                                status=StudyStatus.canceled,
+                                error=None,
+                            )
+                handled = len(messages)
+                with session_scope() as session:
+                    queued = list(session.scalars(select(Job.id).where(Job.status == "queued")))
+                for job_id in queued:
+                    ledger.run(job_id, JobStatus.succeeded)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield ending
+    stop.set()
+    thread.join(5)
+    assert not errors, errors
+
+
+@pytest.mark.parametrize(
+    ("ending", "exit_code"), [("succeeded", 0), ("failed", 1), ("canceled", 1)]
+)
+def test_submit_preset_watch_follows_the_study_to_its_end(
+    cli, study_worker: list[str], ending: str, exit_code: int
+) -> None:
+    study_worker.append(ending)
+
+    result = cli(
+        "submit",
+        "--preset",
+        "mnist_showdown",
+        "--seeds",
+        "1",
+        "--override",
+        "epochs=1",
+        "--watch",
+        "--poll",
+        "0.02",
+        "--timeout",
+        "20",
+    )
+
+    assert result.exit_code == exit_code, result.output
+    study_id = result.stdout.splitlines()[0]
+    assert f"study mnist_showdown {ending}" in result.stderr
+    table = result.stdout.splitlines()[1:]
+    assert "configuration" in table[0]  # the summary table, rows or not
+    if ending == "succeeded":
+        assert "6/6 trials" in result.stderr  # the progress bar, at its end
+        labels = {"Adam", "RMSprop", "SGD+momentum", "SGD", "Adagrad", "Adadelta"}
+        assert {row.split()[1] for row in table[1:] if row.strip("─ ")} == labels
+    elif ending == "failed":
+        assert "0/6 trials" in result.stderr
+        assert "RuntimeError: the sampler broke" in result.stderr
+    assert f"descent study summary {study_id}" in result.stderr
+
+
+def test_submit_preset_watch_gives_up_after_timeout(cli, driver: list[tuple]) -> None:
+    result = cli(
+        "submit", "--preset", "mnist_showdown", "--watch", "--poll", "0.02", "--timeout", "0.1"
+    )
+
+    assert result.exit_code == 3, result.output
+    study_id = result.stdout.strip()
+    assert f"study {study_id} is still running" in result.stderr
+    assert f"descent study summary {study_id}" in result.stderr
