@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from api.limits import RateLimiter, make_rate_limiter, rate_limited
@@ -56,11 +57,19 @@ def rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
-def current_key(
+def lookup_key(secret: str) -> ApiKey | None:
+    """The live key with this value, read from the database (in a worker thread)."""
+    with get_sessionmaker()() as session:
+        return keys.verify_key(session=session, key=secret)
+
+
+async def current_key(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey:
+    """On the event loop: a key this process verified in the last few seconds is not read again
+    (models.keys.KeyCache; revocation takes effect within KEY_CACHE_SECONDS), and the rate
+    limiter is one Redis round trip, so a request pays no worker thread for its key."""
     settings = get_settings()
     if not settings.auth_enabled:
         return local_key()
@@ -72,7 +81,9 @@ def current_key(
             "(an operator creates keys with `descent keys create`)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = keys.verify_key(session=session, key=credentials.credentials)
+    key = keys.cached_key(credentials.credentials)
+    if key is None:
+        key = await run_in_threadpool(lookup_key, credentials.credentials)
     if key is None:
         raise ApiError(
             401,
@@ -81,7 +92,7 @@ def current_key(
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     per_minute = keys.limits_of(key, settings).requests_per_minute
-    wait = rate_limiter(request).acquire(key.id, per_minute)
+    wait = await rate_limiter(request).acquire_async(key.id, per_minute)
     if wait is not None:
         raise rate_limited(math.ceil(wait), per_minute)
     return key
@@ -90,12 +101,12 @@ def current_key(
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
 
 
-def current_owner(key: CurrentKey) -> str:
+async def current_owner(key: CurrentKey) -> str:
     """The owner new jobs are stored under, and whose jobs a user key sees."""
     return key.owner
 
 
-def visible_owner(key: CurrentKey) -> str | None:
+async def visible_owner(key: CurrentKey) -> str | None:
     """Whose jobs this key may read and cancel: its owner's, or everyone's (None) for an admin."""
     return None if key.role == KeyRole.admin else key.owner
 

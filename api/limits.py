@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError
+from api.redis_script import RedisScript, RedisUnavailable, ReplyError, supports
 from models.catalog.sizes import estimate_job
 from models.keys import count_active_jobs, limits_of, lock_key
 from models.settings import Settings
@@ -95,6 +97,9 @@ class RateLimiter(Protocol):
     def acquire(self, bucket: str, per_minute: int) -> float | None:
         """None when the request may go ahead, else the seconds to wait."""
 
+    async def acquire_async(self, bucket: str, per_minute: int) -> float | None:
+        """`acquire` for the event loop (what every request uses): no thread."""
+
 
 class LocalRateLimiter:
     """GCRA in this process (embedded mode: a single API process)."""
@@ -117,9 +122,13 @@ class LocalRateLimiter:
                 self._tat = {b: t for b, t in self._tat.items() if t > now}
             return None
 
+    async def acquire_async(self, bucket: str, per_minute: int) -> float | None:
+        return self.acquire(bucket, per_minute)
+
 
 class RedisRateLimiter:
-    """GCRA in Redis, shared by every API process (services mode)."""
+    """GCRA in Redis, shared by every API process (services mode). Requests call
+    `acquire_async`: one EVALSHA on the event loop (api.redis_script), no worker thread."""
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
@@ -127,18 +136,32 @@ class RedisRateLimiter:
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         self._script = self._client.register_script(_GCRA_LUA)
+        self._async_script = RedisScript(url, _GCRA_LUA, timeout=1) if supports(url) else None
         self._prefix = prefix
 
+    def _args(self, per_minute: int) -> tuple[int, int]:
+        return round(60e6 / per_minute), int(BURST_SECONDS * 1e6)
+
     def acquire(self, bucket: str, per_minute: int) -> float | None:
-        interval_us = round(60e6 / per_minute)
         try:
             wait_us = int(
                 self._script(
-                    keys=[f"{self._prefix}:ratelimit:{bucket}"],
-                    args=[interval_us, int(BURST_SECONDS * 1e6)],
+                    keys=[f"{self._prefix}:ratelimit:{bucket}"], args=list(self._args(per_minute))
                 )
             )
         except self._errors as exc:
+            log.warning("rate limit not applied, Redis did not answer: %s", exc)
+            return None
+        return wait_us / 1e6 if wait_us > 0 else None
+
+    async def acquire_async(self, bucket: str, per_minute: int) -> float | None:
+        if self._async_script is None:  # rediss://, unix://: redis-py in a worker thread
+            return await run_in_threadpool(self.acquire, bucket, per_minute)
+        try:
+            wait_us = await self._async_script(
+                f"{self._prefix}:ratelimit:{bucket}", *self._args(per_minute)
+            )
+        except (RedisUnavailable, ReplyError, TimeoutError) as exc:
             log.warning("rate limit not applied, Redis did not answer: %s", exc)
             return None
         return wait_us / 1e6 if wait_us > 0 else None

@@ -184,7 +184,8 @@ def keys_create(
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id, or the prefix `keys list` shows")],
 ) -> None:
-    """Revoke a key: requests with it answer 401 from now on."""
+    """Revoke a key: requests with it answer 401 within 5 seconds (an API process trusts a key
+    it verified that long: models.keys.KEY_CACHE_SECONDS)."""
     from models.keys import revoke_key
 
     with key_session() as session:

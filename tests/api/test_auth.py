@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import inspect, select, update
 from sse_starlette import EventSourceResponse
 
 from models.db import session_scope
 from models.keys import create_key, revoke_key
 from models.queries import claim_job
-from models.tables import ApiKey, Job, KeyRole
+from models.tables import ApiKey, Job, KeyRole, utcnow
 
 MINIMAL = {"model": {"name": "mlp"}, "data": {"name": "digits"}, "optimizer": {"name": "adam"}}
 # An MLP on the 8×8 digits with four hidden layers of 65,536: 12.9 billion parameters.
@@ -252,8 +252,8 @@ def test_missing_or_invalid_key_is_401_on_every_protected_route(
 
 
 def test_revoked_key_is_401(client: TestClient, keys: dict[str, str]) -> None:
-    job_id = submit(client, keys["alice"])
-    with session_scope() as session:
+    job_id = submit(client, keys["alice"])  # this process now trusts the key for a few seconds
+    with session_scope() as session:  # revoked here: refused at once, cache or not
         key = session.scalars(select(ApiKey).where(ApiKey.owner == "alice")).one()
         assert revoke_key(session=session, key_id=key.prefix) is not None
     response = client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["alice"]))
@@ -262,6 +262,58 @@ def test_revoked_key_is_401(client: TestClient, keys: dict[str, str]) -> None:
     # another key of the same owner still works: revoking is per key
     other = new_key("alice")
     assert client.get(f"/v1/jobs/{job_id}", headers=bearer(other)).status_code == 200
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The key cache on a clock the test moves."""
+    from models import keys as key_module
+
+    now = [1000.0]
+    monkeypatch.setattr(key_module, "key_cache", key_module.KeyCache(clock=lambda: now[0]))
+    return now
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_the_cache_ttl(
+    client: TestClient, keys: dict[str, str], clock: list[float]
+) -> None:
+    """`descent keys revoke` runs in its own process: an API process that verified the key in the
+    last KEY_CACHE_SECONDS serves it until then, and reads the key again after."""
+    from models.keys import KEY_CACHE_SECONDS
+
+    job_id = submit(client, keys["alice"])
+    with session_scope() as session:  # what the CLI's revoke_key does, in another process
+        session.execute(update(ApiKey).where(ApiKey.owner == "alice").values(revoked_at=utcnow()))
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["alice"])).status_code == 200
+    clock[0] += KEY_CACHE_SECONDS - 0.1
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["alice"])).status_code == 200
+    clock[0] += 0.1
+    refused = client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["alice"]))
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    # refused from then on: a revoked or unknown key is never cached, it is read every time
+    clock[0] += 1000
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["alice"])).status_code == 401
+
+
+def test_the_key_cache_keeps_live_keys_only_and_copies_them(
+    client: TestClient, keys: dict[str, str], clock: list[float]
+) -> None:
+    from models import keys as key_module
+
+    cache = key_module.key_cache
+    for guess in ("dsk_" + "x" * 43, "dsk_" + "y" * 43):
+        assert client.get("/v1/jobs", headers=bearer(guess)).status_code == 401
+    assert cache.get(key_module.hash_key("dsk_" + "x" * 43)) is None
+    job_id = submit(client, keys["bob"])
+    cached = key_module.cached_key(keys["bob"])
+    assert cached is not None and cached.owner == "bob"
+    assert inspect(cached).transient  # a copy that belongs to no session
+    # the owner and the limits a request uses come from the cache: no read of the key's row
+    with session_scope() as session:
+        session.execute(update(ApiKey).where(ApiKey.owner == "bob").values(owner="mallory"))
+    listed = client.get("/v1/jobs", headers=bearer(keys["bob"])).json()["data"]
+    assert [job["id"] for job in listed] == [job_id]
+    assert key_module.cached_key(keys["bob"]).owner == "bob"  # type: ignore[union-attr]
 
 
 def test_only_the_hash_of_a_key_is_stored(client: TestClient) -> None:
