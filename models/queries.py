@@ -6,7 +6,7 @@ another attempt (or canceled), the old attempt's writes match no row and it stop
 
 import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from models.series import write_points
+from models.series import Points, write_points
 from models.spec import JobSpec
 from models.tables import CLAIMABLE, FINISHED, Job, JobStatus, Metric, utcnow
 
@@ -140,7 +140,7 @@ def record_progress(
     session: Session,
     job_id: str,
     attempt: int,
-    points: Sequence[dict[str, Any]],
+    points: Sequence[dict[str, Any]] | Mapping[str, Points],
     step: int,
     epoch: float,
     total_steps: int | None = None,

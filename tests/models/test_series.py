@@ -167,3 +167,100 @@ def test_first_reaching_finds_the_first_step_past_a_target(ledger: str) -> None:
     assert lower[(job_id, "loss")][0] == 2 and lower[(job_id, "acc")][0] == 0
     assert never[(job_id, "acc")] is None and never[(job_id, "loss")] is not None
     assert not math.isnan(reached[(job_id, "acc")][2])
+
+
+SUMMARY_COLUMNS = [
+    "name", "count", "first_step", "last_step", "last_value", "last_wall",
+    "min_step", "min_value", "max_step", "max_value",
+]  # fmt: skip
+
+
+def stored(job_id: str) -> tuple[list, list, list]:
+    """Every metric, summary and rollup row of a job, as plain tuples (NaN-free)."""
+    with session_scope() as session:
+        metrics = session.execute(
+            select(Metric.name, Metric.step, Metric.value, Metric.epoch, Metric.wall_time)
+            .where(Metric.job_id == job_id)
+            .order_by(Metric.name, Metric.step)
+        ).all()
+        known = summaries(session=session, job_ids=[job_id])
+        rollups = session.scalars(
+            select(MetricRollup)
+            .where(MetricRollup.job_id == job_id)
+            .order_by(MetricRollup.name, MetricRollup.width, MetricRollup.bucket)
+        ).all()
+    columns = [c.name for c in MetricRollup.__table__.columns if c.name != "job_id"]
+    return (
+        [tuple(m) for m in metrics],
+        sorted(tuple(getattr(s, c) for c in SUMMARY_COLUMNS) for s in known.values()),
+        [tuple(getattr(r, c) for c in columns) for r in rollups],
+    )
+
+
+def test_many_series_at_once_as_arrays_or_dicts(ledger: str) -> None:
+    """Several series in one flush, given as arrays (the engine's sink) or as dicts: the same
+    rows, summaries and rollups, and every rollup row holds its bucket's first lowest and
+    first highest point (ties, ±inf, unknown epochs, NaN, unsorted and repeated steps)."""
+    rng = np.random.default_rng(7)
+    flushes = []
+    # Flush boundaries inside buckets, so stored rollup rows get merged (where the flush beats
+    # only the lowest or only the highest point too).
+    for start, stop in ((-40, 700), (700, 2000), (2000, 5000)):
+        batch = {}
+        for name in ("train_loss", "lr", 'odd "name", {x}\\'):
+            steps = np.arange(start, stop)
+            rng.shuffle(steps)
+            steps = np.concatenate([steps, steps[:5]])  # repeated: the first value stays
+            values = rng.normal(size=len(steps))
+            if name != "lr":
+                special = rng.choice([0.0, 0.5, -2.0, np.inf, -np.inf, np.nan], size=len(steps))
+                values = np.where(rng.random(len(steps)) < 0.1, special, values)
+            epochs = np.where(rng.random(len(steps)) < 0.3, np.nan, steps / 10)
+            batch[name] = Points(steps, values, epochs, np.full(len(steps), stop / 100))
+        flushes.append(batch)
+    as_arrays, as_dicts = running_job(), running_job()
+    for batch in flushes:
+        flush(*as_arrays, batch)  # type: ignore[arg-type]
+        flush(
+            *as_dicts,
+            [
+                {"name": name, "step": s, "value": v, "epoch": None if e != e else e,
+                 "wall_time": w}
+                for name, p in batch.items()
+                for s, v, e, w in zip(
+                    p.steps.tolist(), p.values.tolist(), p.epochs.tolist(), p.walls.tolist(),
+                    strict=True,
+                )
+            ],
+        )  # fmt: skip
+    metrics, summary_rows, rollups = stored(as_arrays[0])
+    assert (metrics, summary_rows, rollups) == stored(as_dicts[0])
+    # Brute force from the stored points.
+    by_name: dict[str, list] = {}
+    for name, step, value, epoch, wall in metrics:
+        by_name.setdefault(name, []).append((step, value, epoch, wall))
+    expected, expected_summaries = [], []
+    for name, rows in sorted(by_name.items()):
+        first: dict[int, float] = {}
+        for batch in flushes:
+            p = batch[name]
+            for s, v in zip(p.steps.tolist(), p.values.tolist(), strict=True):
+                if v == v:  # NaN is not stored
+                    first.setdefault(s, v)
+        assert [r[:2] for r in rows] == sorted(first.items())
+        low = min(rows, key=lambda r: (r[1], r[0]))
+        high = min(rows, key=lambda r: (-r[1], r[0]))
+        last = rows[-1]
+        expected_summaries.append(
+            (name, len(rows), rows[0][0], last[0], last[1], last[3], *low[:2], *high[:2])
+        )
+        for width in ROLLUP_WIDTHS:
+            buckets: dict[int, list] = {}
+            for row in rows:
+                buckets.setdefault(row[0] // width, []).append(row)
+            for bucket, inside in sorted(buckets.items()):
+                low = min(inside, key=lambda r: (r[1], r[0]))
+                high = min(inside, key=lambda r: (-r[1], r[0]))
+                expected.append((name, width, bucket, *low, *high))
+    assert summary_rows == expected_summaries
+    assert rollups == expected
