@@ -36,6 +36,9 @@ bench: install
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/submit_latency.py
 	$(BIN)/python benchmarks/api_memory.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/compare_query.py
+	$(BIN)/python benchmarks/job_read_load.py
 
 clean:
 	rm -rf $(VENV) .descent .pytest_cache .ruff_cache
