@@ -1,13 +1,26 @@
 """End to end on the real services: API process → Redis → Celery worker process → PostgreSQL."""
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from celery import Celery
 
-from tests.conftest import REDIS_URL, ServiceProcess, free_port, wait_for_http, wait_for_status
+from tests.conftest import (
+    REDIS_URL,
+    ROOT,
+    SETTINGS_ENV,
+    ServiceProcess,
+    free_port,
+    wait_for_http,
+    wait_for_status,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -62,7 +75,13 @@ def stack(
         worker.wait_for_log(" ready.")
         auth = {"Authorization": f"Bearer {api_key}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=10) as http:
-            yield {"http": http, "worker": worker, "queue": redis_queue}
+            yield {
+                "http": http,
+                "worker": worker,
+                "queue": redis_queue,
+                "url": f"http://127.0.0.1:{port}",
+                "key": api_key,
+            }
     finally:
         worker.stop()
         api.stop()
@@ -126,3 +145,48 @@ def test_a_message_delivered_twice_runs_the_job_once(stack: dict) -> None:
     assert job["status"] == "succeeded" and job["attempt"] == 1
     steps = http.get(f"/v1/jobs/{job_id}/metrics", params={"names": "train_loss"}).json()
     assert steps["series"]["train_loss"]["steps"] == list(range(1, 31))
+
+
+@pytest.mark.parametrize(
+    ("spec", "exit_code", "status"),
+    [
+        (QUICK, 0, "succeeded"),
+        (
+            {**QUICK, "model": {"name": "seed_cnn"}, "data": {"name": "synthetic_regression"}},
+            1,
+            "failed",
+        ),
+    ],
+    ids=["succeeds", "fails"],
+)
+def test_cli_submit_watch_follows_a_real_job_and_exits_by_its_status(
+    stack: dict, tmp_path: Path, spec: dict, exit_code: int, status: str
+) -> None:
+    """`descent submit spec --watch` as a user types it: a separate process, the URL and key
+    from the environment, the job trained by the real worker."""
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    env.update(DESCENT_URL=stack["url"], DESCENT_API_KEY=stack["key"])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client.cli",
+            "submit",
+            str(spec_file),
+            "--watch",
+            "--timeout",
+            "120",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    job_id = done.stdout.splitlines()[0].strip()
+    job = stack["http"].get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == status
+    assert f"job {job_id} {status}" in done.stderr
