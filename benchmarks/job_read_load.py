@@ -2,11 +2,13 @@
 mode: every request is authenticated with an API key and passes the Redis rate limiter; an API
 process reads a key's row at most every models.keys.KEY_CACHE_SECONDS).
 
-The API runs in K processes (`--processes`) that share one listening socket. The socket is made
-here with proto=IPPROTO_TCP and handed to uvicorn: with `uvicorn --workers K` uvicorn binds the
-socket itself with proto 0, asyncio then never sets TCP_NODELAY on accepted connections, and
-every reused-connection response waits ~40 ms for a delayed ACK (uvicorn#3149). `--plain-workers`
-runs `uvicorn --workers K` instead, to show that stall.
+The API is what ships: `descent serve --processes K` (`--processes` here, default 2), K uvicorn
+processes that share one listening socket, made with proto=IPPROTO_TCP by
+client/serve.py::serve_processes. With `uvicorn --workers K` uvicorn binds the socket itself with
+proto 0, asyncio then never sets TCP_NODELAY on accepted connections, and every reused-connection
+response waits ~40 ms for a delayed ACK (uvicorn#3149). `--plain-workers` runs
+`uvicorn --workers K` instead, to show that stall. Both run uvicorn's default logging (the access
+log, which goes to stdout, is discarded).
 
 The load generator is a separate process: 16 asyncio connections, each sending the next request
 as soon as the last answer arrived, for `--seconds` after a warm-up.
@@ -21,7 +23,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -31,30 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._services import REDIS_URL, free_port, percentile, scratch_postgres  # noqa: E402
-
-
-def serve(port: int, processes: int) -> None:
-    """K uvicorn servers in K processes on one socket whose accepted connections get
-    TCP_NODELAY (the socket's proto is IPPROTO_TCP)."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    children = []
-    for _ in range(processes):
-        pid = os.fork()
-        if pid == 0:
-            config = uvicorn.Config(
-                "api.main:app", http="httptools", log_level="warning", access_log=False
-            )
-            uvicorn.Server(config).run(sockets=[sock])
-            os._exit(0)
-        children.append(pid)
-    for pid in children:
-        os.waitpid(pid, 0)
 
 
 async def _client(
@@ -177,12 +154,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--plain-workers", action="store_true", help="uvicorn --workers K")
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: the server
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/job_read_load.json"))
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.processes)
-        return
     with scratch_postgres() as url:
         job_id, key = setup(url)
         port = free_port()
@@ -196,14 +169,15 @@ def main() -> None:
             command = [
                 sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
                 "--workers", str(args.processes), "--http", "httptools",
-                "--log-level", "warning", "--no-access-log",
             ]  # fmt: skip
         else:
             command = [
-                sys.executable, __file__, "--serve", str(port),
-                "--processes", str(args.processes),
+                sys.executable, "-m", "client.cli", "serve", "--host", "127.0.0.1",
+                "--port", str(port), "--processes", str(args.processes),
             ]  # fmt: skip
-        server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         path = f"/v1/jobs/{job_id}"
         try:
             wait_ready(port, path, key)
@@ -223,6 +197,7 @@ def main() -> None:
         "request": "GET /v1/jobs/{id} with an API key (checked on every request; its row read "
         "at most every KEY_CACHE_SECONDS) and the Redis rate limiter, PostgreSQL",
         "server": {"processes": args.processes, "mode": mode, "http": "httptools"},
+        "command": " ".join(["python", *command[1:]]),
         "clients": args.clients,
         "seconds": args.seconds,
         "machine": {

@@ -49,11 +49,19 @@ def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
     migrate: Annotated[bool, typer.Option(help="run `alembic upgrade head` first")] = True,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API server processes on one socket (default DESCENT_API_PROCESSES or 1)",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API."""
     from client.serve import serve as run_serve
 
-    run_serve(host, port, run_migrations=migrate)
+    raise typer.Exit(run_serve(host, port, run_migrations=migrate, processes=processes))
 
 
 @app.command()
