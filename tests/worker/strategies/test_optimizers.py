@@ -84,13 +84,14 @@ def engine_vs(
     make_reference: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
     *,
     decay: float = DECAY,
+    mode: str = "auto",
     steps: int = 5,
     closure_driven: bool = False,
 ) -> Reference:
     """The engine's steps against the reference optimizer on a copy of the same net."""
 
     def check(case: Case, tmp_path: Path) -> None:
-        spec = spec_of(case.optimizer, regularization={"weight_decay": decay})
+        spec = spec_of(case.optimizer, regularization={"weight_decay": decay, "decay": mode})
         run = build_run(spec, data_root=tmp_path, device=CPU)
         twin = copy.deepcopy(run.net)
         reference = make_reference(reference_groups(twin, decay))
@@ -109,9 +110,89 @@ def engine_vs(
     return check
 
 
+class PaperLion(torch.optim.Optimizer):
+    """Lion as Chen et al. 2023 (Algorithm 2) write it, per step:
+    c = β₁m + (1−β₁)g;  w ← w − lr·(sign(c) + λw);  m ← β₂m + (1−β₂)g."""
+
+    def __init__(self, groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]):
+        super().__init__(groups, {"lr": lr, "betas": betas, "weight_decay": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def,override]
+        for group in self.param_groups:
+            (beta1, beta2), lr, lam = group["betas"], group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                g = p.grad
+                c = beta1 * m + (1 - beta1) * g
+                p.copy_(p - lr * (torch.sign(c) + lam * p))
+                m.copy_(beta2 * m + (1 - beta2) * g)
+
+
+class LambAsPytorchOptimizer(torch.optim.Optimizer):
+    """LAMB (You et al. 2020, Algorithm 2) in the variant pytorch-optimizer 4.1's `Lamb` computes
+    with the arguments our registry passes (grad_averaging, no rectify, no pre_norm, no
+    max_grad_norm scaling, adam=False). Per tensor, step t:
+        m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²
+        decoupled: w ← w(1 − lr·λ);  r = m/(√v + ε)
+        coupled:   r = m/(√v + ε) + λw                       (the paper's r)
+        ratio = min(‖w‖, 10)/(‖r‖ + ε), or 1 where ‖w‖ = 0 or ‖r‖ = 0
+        w ← w − lr/(1−β₁ᵗ)·ratio·r
+    Where it departs from the paper: only the first moment is bias-corrected (through the step
+    size; v is used as is, no 1/(1−β₂ᵗ)); φ is a clamp at 10 and ε is added to ‖r‖ as well as
+    to √v; the ratio falls back to 1 on a zero norm; and in the decoupled mode (our default for
+    lamb) λw is not in r: w shrinks by lr·λ before the step, outside the trust ratio, and ‖w‖
+    is the norm after that shrink."""
+
+    def __init__(
+        self,
+        groups: list[dict[str, Any]],
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        decoupled: bool,
+    ):
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0.0}
+        super().__init__(groups, defaults)
+        self.decoupled = decoupled
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def,override]
+        for group in self.param_groups:
+            (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
+            lam = group["weight_decay"]
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["t"] += 1
+                g = p.grad
+                m = state["m"] = beta1 * state["m"] + (1 - beta1) * g
+                v = state["v"] = beta2 * state["v"] + (1 - beta2) * g * g
+                if self.decoupled:
+                    p.copy_(p * (1 - lr * lam))
+                r = m / (v.sqrt() + eps)
+                if not self.decoupled:
+                    r = r + lam * p
+                w_norm, r_norm = min(p.norm().item(), 10.0), r.norm().item()
+                ratio = 1.0 if w_norm == 0 or r_norm == 0 else w_norm / (r_norm + eps)
+                p.copy_(p - lr / (1 - beta1 ** state["t"]) * ratio * r)
+
+
+def lamb_reference(case: Case, tmp_path: Path) -> None:
+    for decoupled in (True, False):
+        engine_vs(
+            lambda g, d=decoupled: LambAsPytorchOptimizer(
+                g, lr=0.01, betas=(0.9, 0.999), eps=1e-6, decoupled=d
+            ),
+            mode="decoupled" if decoupled else "coupled",
+        )(case, tmp_path)
+
+
 def lion_closed_form(case: Case, tmp_path: Path) -> None:
-    """Lion's first step from m = 0: w ← w(1 − lr·λ) − lr·sign(g)."""
-    engine_vs(lambda g: pytorch_optimizer.Lion(g, lr=0.001, betas=(0.9, 0.99)))(case, tmp_path)
+    """Five steps against the paper's update rule; the first step from m = 0 in closed form:
+    w ← w(1 − lr·λ) − lr·sign(g)."""
+    engine_vs(lambda g: PaperLion(g, lr=0.03, betas=(0.9, 0.99)))(case, tmp_path)
     spec = spec_of(case.optimizer, regularization={"weight_decay": DECAY})
     run = build_run(spec, data_root=tmp_path, device=CPU)
     x, y = next(run.data.epoch_batches())
@@ -292,6 +373,18 @@ CASES = [
         reference_check="torch.optim.SGD (Nesterov, coupled decay)",
     ),
     Case(
+        "sgd_plain",
+        {"name": "sgd", "lr": 0.1},
+        engine_vs(lambda g: T.SGD(g, lr=0.1)),
+        reference_check="torch.optim.SGD (no momentum, coupled decay)",
+    ),
+    Case(
+        "sgd_momentum",
+        {"name": "sgd", "lr": 0.1, "args": {"momentum": 0.9}},
+        engine_vs(lambda g: T.SGD(g, lr=0.1, momentum=0.9)),
+        reference_check="torch.optim.SGD (heavy-ball momentum 0.9, coupled decay)",
+    ),
+    Case(
         "gd",
         {"name": "gd", "lr": 0.1},
         gd_hand_iterations,
@@ -314,6 +407,12 @@ CASES = [
         {"name": "rmsprop", "lr": 0.01, "args": {"centered": True, "momentum": 0.5}},
         engine_vs(lambda g: T.RMSprop(g, lr=0.01, centered=True, momentum=0.5)),
         reference_check="torch.optim.RMSprop (centered, momentum)",
+    ),
+    Case(
+        "rmsprop_plain",
+        {"name": "rmsprop", "lr": 0.01},
+        engine_vs(lambda g: T.RMSprop(g, lr=0.01, alpha=0.99, eps=1e-8)),
+        reference_check="torch.optim.RMSprop (not centered, no momentum; torch's defaults)",
     ),
     Case(
         "adam",
@@ -384,16 +483,16 @@ CASES = [
     ),
     Case(
         "lion",
-        {"name": "lion", "lr": 0.001},
+        {"name": "lion", "lr": 0.03},
         lion_closed_form,
         job={"optimizer": {"name": "lion", "lr": 0.01}},
-        reference_check="first step −lr·sign(g); pytorch-optimizer Lion",
+        reference_check="first step −lr·sign(g); the paper's update rule over 5 steps",
     ),
     Case(
         "lamb",
         {"name": "lamb", "lr": 0.01},
-        engine_vs(lambda g: pytorch_optimizer.Lamb(g, lr=0.01, max_grad_norm=0.0)),
-        reference_check="pytorch-optimizer Lamb",
+        lamb_reference,
+        reference_check="hand-written LAMB, pytorch-optimizer's variant, both decay modes",
     ),
     Case(
         "schedule_free_adamw",
@@ -545,3 +644,40 @@ def test_newton_damped_steps_follow_002() -> None:
             newton.step(newton_closure(model, [model.x], torch.zeros(1), objective))
             seen.append(model.x.item())
         assert seen == pytest.approx(expected)
+
+
+def test_momentum_step_follows_002(tmp_path: Path) -> None:
+    """002, Classical Momentum: v = βv + g, w ← w − lr·v, β = 0.9, lr 0.1, from a = 1.3,
+    b = 0.8 with zero velocity on the points (1,3), (2,5): g = (−4.1, −2.5) → (1.71, 1.05).
+    The second step is worked out here from the same formulas."""
+    points = [(1.0, 3.0), (2.0, 5.0)]
+    optimizer = {"name": "sgd", "lr": 0.1, "args": {"momentum": 0.9}}
+    spec = JobSpec.model_validate(
+        {"model": {"name": "linear"}, "data": POINTS, "optimizer": optimizer, "init": "zeros"}
+    )
+    run = build_run(spec, data_root=tmp_path, device=CPU)
+    linear = run.net[1]
+    with torch.no_grad():
+        linear.weight.fill_(1.3)
+        linear.bias.fill_(0.8)
+
+    def gradient(a: float, b: float) -> tuple[float, float]:  # of the mean squared error
+        residuals = [(a * x + b - y, x) for x, y in points]
+        n = len(points)
+        return sum(2 * r * x for r, x in residuals) / n, sum(2 * r for r, _ in residuals) / n
+
+    assert gradient(1.3, 0.8) == pytest.approx((-4.1, -2.5))
+    a, b, v_a, v_b, beta, lr = 1.3, 0.8, 0.0, 0.0, 0.9, 0.1
+    expected = []
+    for _ in range(2):
+        g_a, g_b = gradient(a, b)
+        v_a, v_b = beta * v_a + g_a, beta * v_b + g_b
+        a, b = a - lr * v_a, b - lr * v_b
+        expected.append((a, b))
+    assert expected[0] == pytest.approx((1.71, 1.05))
+    seen = []
+    for _ in range(2):
+        run.step(run, *next(run.data.epoch_batches()))
+        seen.append((linear.weight.item(), linear.bias.item()))
+    assert seen[0] == pytest.approx((1.71, 1.05))
+    assert seen == [pytest.approx(e, rel=1e-6) for e in expected]

@@ -185,6 +185,41 @@ def test_biases_are_decayed_only_when_asked(tmp_path: Path) -> None:
     assert bias_after(True).tolist() == pytest.approx([0.95] * 4)  # 1 − lr·λ
 
 
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_norm_parameters_are_decayed_only_when_asked(norm: str, tmp_path: Path) -> None:
+    """Norm scales and shifts (found by module type, not by shape) keep their values under
+    AdamW's decay unless decay_all; the linear weights shrink by (1 − lr·λ) either way."""
+    norm_types = (nn.LayerNorm, nn.BatchNorm1d)
+
+    def after_one_step(decay_all: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        run = run_of(
+            tmp_path,
+            {"name": "adamw", "lr": 0.1},
+            model={"name": "mlp", "args": {"hidden": [4, 3], "norm": norm}},
+            regularization={"weight_decay": 0.5, "decay_all": decay_all},
+        )
+        norms = [m for m in run.net.modules() if isinstance(m, norm_types)]
+        assert len(norms) == 2
+        norm_params = [p for m in norms for p in (m.weight, m.bias)]
+        linear_weights = [m.weight for m in run.net.modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for p in norm_params:
+                p.fill_(2.0)
+            for w in linear_weights:
+                w.fill_(1.0)
+        for p in run.net.parameters():
+            p.grad = torch.zeros_like(p)  # zero gradient: AdamW's step is the decay alone
+        run.optimizer.step()
+        return [p.detach() for p in norm_params], [w.detach() for w in linear_weights]
+
+    for decay_all, norm_value in ((False, 2.0), (True, 2.0 * (1 - 0.1 * 0.5))):
+        norm_params, linear_weights = after_one_step(decay_all)
+        for p in norm_params:
+            torch.testing.assert_close(p, torch.full_like(p, norm_value))
+        for w in linear_weights:
+            torch.testing.assert_close(w, torch.full_like(w, 0.95))
+
+
 def test_soft_threshold_is_002s_example() -> None:
     """002: weight 1.5 after the gradient step, λ = 0.3 → sign(1.5)·max(1.5 − 0.3, 0) = 1.2."""
     assert soft_threshold(torch.tensor([1.5, -1.5, 0.2, -0.3]), 0.3).tolist() == pytest.approx(

@@ -11,10 +11,11 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from models.catalog import SCHEDULE_ARGS
+from models.catalog.schedules import CyclicArgs
 from models.spec import JobSpec
 from worker.engine import train
 from worker.engine.sink import MemorySink
-from worker.strategies.schedules import build_schedule
+from worker.strategies.schedules import SCHEDULES, build_schedule
 
 BASE = {"model": {"name": "mlp"}, "data": {"name": "digits"}}
 LR, TOTAL = 0.5, 120
@@ -226,18 +227,35 @@ def test_plateau_in_a_job_cuts_the_rate_when_accuracy_stalls(tmp_path: Path) -> 
     assert rates[-1] == pytest.approx(0.05 * 0.5**4)
 
 
-def test_a_job_logs_the_scheduled_rate_each_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [*TWINS, *EXTRA_TWINS])
+def test_a_job_logs_the_scheduled_rate_each_step(name: str, tmp_path: Path) -> None:
+    """Every step schedule (cyclic in all three modes) inside a job: the rate the engine sets
+    and logs at each step is torch.optim.lr_scheduler's."""
+    schedule_spec, make = {**TWINS, **EXTRA_TWINS}[name]
     spec = {
         "model": {"name": "linear"},
-        "data": {"name": "digits", "batch_size": 256},
-        "optimizer": {"name": "sgd", "lr": 0.1},
-        "schedule": {"name": "onecycle", "args": {"pct_start": 0.5}},
-        "max_steps": 12,
+        "data": {
+            "name": "synthetic_classification",
+            "args": {"n_samples": 40, "n_features": 4, "n_classes": 2},
+            "batch_size": 32,
+        },
+        "optimizer": {"name": "sgd", "lr": LR},
+        "schedule": schedule_spec,
+        "max_steps": TOTAL,
     }
     sink = MemorySink(flush_seconds=3600)
-    train(JobSpec.model_validate(spec), sink, data_root=tmp_path, device=torch.device("cpu"))
-    expected = schedule_of(spec["schedule"], lr=0.1, total=12)
-    assert sink.series("lr") == pytest.approx([expected(t) for t in range(12)])
+    outcome = train(
+        JobSpec.model_validate(spec), sink, data_root=tmp_path, device=torch.device("cpu")
+    )
+    assert outcome.status == "succeeded", outcome.error
+    assert sink.series("lr") == pytest.approx(torch_rates(make, TOTAL), rel=1e-6)
+
+
+def test_the_job_table_covers_every_schedule_in_the_registry() -> None:
+    specs = [spec for spec, _ in [*TWINS.values(), *EXTRA_TWINS.values()]]
+    assert set(SCHEDULES) - {"plateau"} == {spec["name"] for spec in specs}
+    cyclic = [CyclicArgs.model_validate(s["args"]) for s in specs if s["name"] == "cyclic"]
+    assert {args.mode for args in cyclic} == {"triangular", "triangular2", "exp_range"}
 
 
 def test_plateau_state_survives_a_checkpoint_even_behind_warmup() -> None:
