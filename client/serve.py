@@ -6,11 +6,9 @@ These are the only CLI commands that import the server side; the rest of the CLI
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import traceback
 
 from models.settings import get_settings
 
@@ -54,7 +52,9 @@ def serve(
     processes: int | None = None,
 ) -> int:
     """The API in `processes` uvicorn processes (default DESCENT_API_PROCESSES, 1); returns the
-    exit status. Migrations run once, here, before any server starts."""
+    exit status. Migrations run once, here, before any server starts. With more than one,
+    uvicorn's own supervisor runs them on one socket: it forwards SIGTERM / SIGINT, and replaces
+    a server process that dies or stops answering its health check."""
     import uvicorn
 
     settings = get_settings()
@@ -65,121 +65,10 @@ def serve(
     refuse_open_bind_without_auth(host)
     if run_migrations:
         migrate()
-    if processes == 1:
-        uvicorn.run("api.main:app", host=host, port=port)
-        return 0
-    return serve_processes(host, port, processes)
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)  # proto IPPROTO_TCP: see serve_processes
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(2048)
-    return sock
-
-
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-
-
-def serve_processes(host: str, port: int, processes: int, stop_timeout: float = 15) -> int:
-    """`processes` uvicorn servers in forked processes that accept on one listening socket made
-    here; this process only supervises them. Returns 0 after SIGTERM / SIGINT, 1 if a server
-    exited on its own (the others are then stopped too: nothing is left half-running).
-
-    Why not `uvicorn --workers`: uvicorn binds that socket itself with proto 0, so asyncio
-    never sets TCP_NODELAY on the connections it accepts (it does so only when the listening
-    socket's proto is IPPROTO_TCP), and on a reused keep-alive connection every response then
-    waits ~40 ms for the client's delayed ACK (uvicorn#3149): p99 above 40 ms at any load.
-    benchmarks/job_read_load.py measures both (`--plain-workers`)."""
-    import uvicorn
-
-    from models.db import get_engine, get_sessionmaker
-
-    sock = _listening_socket(host, port)
-    # The migration's pooled connection must not be shared by the children.
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-
-    stopping = False
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    parent = os.getpid()
-    children: set[int] = set()
-    # Blocked while forking, so that a child never runs this process's handler.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    for _ in range(processes):
-        pid = os.fork()
-        if pid == 0:  # a server: uvicorn installs its own SIGINT / SIGTERM handlers
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            status = 1
-            try:
-                _die_with_parent()
-                if os.getppid() == parent:  # else the parent died before prctl
-                    server = uvicorn.Server(uvicorn.Config("api.main:app"))
-                    server.run(sockets=[sock])
-                    status = 0 if server.started else 3
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(status)
-        children.add(pid)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    sock.close()
-    print(
-        f"Descent API at http://{host}:{port} in {processes} processes "
-        f"(pids {' '.join(map(str, sorted(children)))})",
-        flush=True,
+    uvicorn.run(
+        "api.main:app", host=host, port=port, workers=processes, access_log=settings.access_log
     )
-
-    crashed = False
-    while children and not stopping:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-        if pid:
-            children.discard(pid)
-            crashed = True
-            break
-        time.sleep(0.2)
-    # SIGTERM, also for Ctrl-C: the terminal already sent the servers SIGINT, and a second
-    # SIGINT would make uvicorn drop its open connections instead of finishing them.
-    for pid in children:  # not reaped yet, so the pid is still this child's
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + stop_timeout
-    while children and time.monotonic() < deadline:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-        if pid:
-            children.discard(pid)
-        else:
-            time.sleep(0.05)
-    for pid in children:  # past the deadline
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    return 1 if crashed else 0
+    return 0
 
 
 def worker(queues: str | None = None, loglevel: str = "info") -> None:

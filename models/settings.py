@@ -27,10 +27,16 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("DESCENT_HOST", "host"))
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "DESCENT_PORT", "port"))
-    # API server processes on one listening socket (`descent serve --processes`; see
-    # client/serve.py::serve_processes). 1: one uvicorn process.
+    # API server processes on one listening socket, under uvicorn's supervisor
+    # (`descent serve --processes`). 1: one uvicorn process.
     api_processes: int = Field(
         1, ge=1, le=64, validation_alias=AliasChoices("DESCENT_API_PROCESSES", "api_processes")
+    )
+    # uvicorn's per-request access log lines (on by default; docker-compose turns them off for
+    # the API, whose request latency is in /metrics, since formatting a line per request costs
+    # about a tenth of its job-read throughput).
+    access_log: bool = Field(
+        True, validation_alias=AliasChoices("DESCENT_ACCESS_LOG", "access_log")
     )
     max_body_bytes: int = Field(
         1_000_000, validation_alias=AliasChoices("DESCENT_MAX_BODY_BYTES", "max_body_bytes")
