@@ -118,3 +118,18 @@ def test_tensors_and_numbers_in_one_series_keep_their_order() -> None:
     ]
     assert all(p["wall_time"] == sink.points[0]["wall_time"] for p in sink.points)
     assert sink.all_written and sink.stats["lr"].final == 2.0
+
+
+def test_one_element_tensors_of_any_shape_are_numbers_and_larger_ones_are_refused() -> None:
+    sink = MemorySink(flush_seconds=3600)
+    sink.log("train_loss", 1, torch.tensor([0.5]), None)
+    sink.log("train_loss", 2, torch.tensor([[0.25]]), None)
+    sink.log("grad_norm", 2, torch.tensor(3.0, dtype=torch.bfloat16), None)
+    with pytest.raises(ValueError, match="'val_acc' must be one number, got shape"):
+        sink.log("val_acc", 2, torch.tensor([0.5, 0.6]), None)
+    sink.flush(2, 0.1)
+    assert [(p["name"], p["value"]) for p in sink.points] == [
+        ("train_loss", 0.5),
+        ("train_loss", 0.25),
+        ("grad_norm", 3.0),
+    ]

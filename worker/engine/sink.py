@@ -31,6 +31,16 @@ from models.series import Points
 log = logging.getLogger(__name__)
 
 
+def _to_host(tensors: list[torch.Tensor]) -> np.ndarray:
+    """0-d tensors as float64 in one torch.stack (one device sync). They live on the job's
+    device; one that does not (a metric computed on the host in a CUDA job) is moved there."""
+    if not tensors:
+        return np.empty(0)
+    device = tensors[0].device
+    stacked = torch.stack([t.to(device) for t in tensors])
+    return stacked.detach().float().cpu().numpy().astype(np.float64)
+
+
 class SinkUnavailable(Exception):
     """The store did not answer; the points are kept and the write is tried again later."""
 
@@ -135,6 +145,11 @@ class MetricSink:
         self._totals = (total_steps, total_epochs)
 
     def log(self, name: str, step: int, value: torch.Tensor | float, epoch: float | None) -> None:
+        is_tensor = isinstance(value, torch.Tensor)
+        if is_tensor and value.dim():
+            if value.numel() != 1:
+                raise ValueError(f"metric {name!r} must be one number, got shape {value.shape}")
+            value = value.reshape(())
         logged = self._buffer.get(name)
         if logged is None:
             logged = self._buffer[name] = _Logged()
@@ -143,7 +158,7 @@ class MetricSink:
         logged.values.append(value)
         logged.order.append(self._logged)
         self._logged += 1
-        if isinstance(value, torch.Tensor):
+        if is_tensor:
             logged.tensors += 1
 
     def due(self) -> bool:
@@ -227,11 +242,7 @@ class MetricSink:
                 else [v for v in series.values if isinstance(v, torch.Tensor)]
             )
         ]
-        host = (
-            torch.stack(tensors).detach().float().cpu().numpy().astype(np.float64)
-            if tensors
-            else np.empty(0)
-        )
+        host = _to_host(tensors)
         batch, read = Batch(), 0
         for name, series in logged.items():
             n = len(series.values)
